@@ -37,7 +37,7 @@ def applied_momentum(opt_state) -> jax.Array | None:
     a scheduled momentum of `optax.sgd`. The first match in tree order wins.
 
     Returns:
-      A float32 scalar array, or None when the state holds no momentum (for example plain
+      A float32 scalar array, or None when the state contains no momentum (for example plain
       `optax.sgd(0.1, momentum=0.9)`, whose momentum is a Python constant and not in its state).
     """
     for state in _find_states(opt_state, _BETA_STATES):

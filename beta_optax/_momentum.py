@@ -15,7 +15,7 @@ class BetaMomentumState(NamedTuple):
     Attributes:
       count: number of updates applied so far; int32 scalar.
       momentum: momentum applied by the last update, float32 scalar. Before the first update it
-        holds the momentum that the first update will apply.
+        is the momentum that the first update will apply.
       trace: running trace of past updates, one leaf per parameter.
     """
 

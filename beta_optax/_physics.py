@@ -129,7 +129,7 @@ def critical_momentum(
     .. warning::
       Where the unclamped formula falls below `min_momentum` (`a * h > 0.25` for the paper form,
       `a * h > 1` for the exact form, with `min_momentum=0`), the momentum is held at
-      `min_momentum`. One `UserWarning` says so when this is visible at construction: for a
+      `min_momentum`. One `UserWarning` reports the clamp where it is visible at construction: for a
       constant learning rate, and for a schedule's value at step 0. Later schedule values are
       clamped inside jit without a warning.
     """
