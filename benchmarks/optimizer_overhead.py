@@ -90,8 +90,12 @@ def build_runs(methods, grads):
 
 
 def run_rounds(runs, grads, rounds, steps):
-    for _ in range(rounds):
-        for run in runs.values():
+    """Times every method once per round, rotating the order so no method always goes first."""
+    names = list(runs)
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            run = runs[name]
             seconds, run["params"], run["state"] = time_steps(
                 run["step"], run["params"], run["state"], grads, steps
             )
