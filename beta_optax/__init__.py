@@ -5,15 +5,8 @@ The core (this namespace) depends on jax, optax and numpy only. The training har
 """
 
 from beta_optax._adam import BetaAdamState, beta_adam, scale_by_beta_adam
-from beta_optax._diagnostics import (
-    NORMALIZATIONS,
-    Diagnosis,
-    append_history,
-    count_problem_groups,
-    diagnose,
-    history_entry,
-    load_history,
-)
+from beta_optax._diagnostics import NORMALIZATIONS, Diagnosis, count_problem_groups, diagnose
+from beta_optax._history import append_history, history_entry, load_history
 from beta_optax._hybrid import HybridMomentumState, hybrid_sgd, scale_by_hybrid_momentum
 from beta_optax._inspect import applied_momentum
 from beta_optax._momentum import BetaMomentumState, beta_sgd, scale_by_beta_momentum
