@@ -40,6 +40,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue from checkpoints")
     parser.add_argument("--distributed", action="store_true", help="call jax.distributed first")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument(
+        "--diagnostics",
+        action="store_true",
+        help="also record the damping scan and misclassification attribution at each evaluation, "
+        "for `python -m beta_optax pipeline RUN_DIR`",
+    )
     parser.add_argument("--worker-job", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

@@ -57,3 +57,20 @@ def test_cli_rejects_unknown_method(tmp_path):
     script = load_script()
     with pytest.raises(ValueError, match="`--methods`"):
         script.main(["--preset", "test", "--methods", "sgd,lion", "--out-dir", str(tmp_path)])
+
+
+def test_cli_diagnostics_records_history_and_scan(tmp_path, capsys):
+    script = load_script()
+    argv = ["--preset", "test", "--methods", "beta_sgd", "--out-dir", str(tmp_path)]
+    script.main([*argv, "--diagnostics", "--no-progress"])
+    capsys.readouterr()
+
+    run_dir = tmp_path / "runs" / "beta_sgd" / "seed0"
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    scans = (run_dir / "scan.jsonl").read_text().splitlines()
+    assert len(history) >= 1
+    assert history[0]["layer_norms"]
+    assert len(scans) == len(history)
+    metrics = (run_dir / "metrics.jsonl").read_text()
+    assert '"scan_stem_conv_curvature"' in metrics
+    assert '"scan_stem_conv_regime"' in metrics

@@ -22,7 +22,7 @@ from importlib import metadata
 
 import jax
 
-from beta_optax.training import loop, plots
+from beta_optax.training import attribution, loop, plots
 from beta_optax.training.config import TrainConfig
 from beta_optax.training.metrics import (
     METRICS_FILE,
@@ -70,7 +70,7 @@ def run_job(config: TrainConfig, job: Job, *, resume: bool, progress=None) -> di
     config = config.replace(method=job.method, seed=job.seed)
     job.workdir.mkdir(parents=True, exist_ok=True)
     try:
-        result = loop.train_and_evaluate(config, job.workdir, resume=resume, progress=progress)
+        result = _train(config, job.workdir, resume=resume, progress=progress)
         summary = result.summary
     except loop.NonFiniteLossError as error:
         summary = summarize_run(read_metrics(job.workdir / METRICS_FILE), config.targets)
@@ -78,6 +78,12 @@ def run_job(config: TrainConfig, job: Job, *, resume: bool, progress=None) -> di
     if jax.process_index() == 0:
         (job.workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _train(config: TrainConfig, workdir: pathlib.Path, *, resume: bool, progress):
+    if not config.record_diagnostics:
+        return loop.train_and_evaluate(config, workdir, resume=resume, progress=progress)
+    return attribution.train_with_diagnostics(config, workdir, resume=resume, progress=progress)
 
 
 def run_worker_job(job_file: str | os.PathLike) -> dict:

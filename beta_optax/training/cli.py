@@ -44,6 +44,8 @@ def apply_flags(config: TrainConfig, args: argparse.Namespace) -> TrainConfig:
         changes["download"] = True
     if args.steps is not None:
         changes["num_steps"] = args.steps
+    if getattr(args, "diagnostics", False):
+        changes["record_diagnostics"] = True
     return config.replace(**changes)
 
 

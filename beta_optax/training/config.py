@@ -72,6 +72,10 @@ class TrainConfig:
     checkpoints_to_keep: int = 2
     # Test accuracies whose first crossing the benchmark reports, in [0, 1].
     targets: tuple[float, ...] = (0.90, 0.95)
+    # Also run the damping scan and the misclassification attribution at every evaluation point,
+    # writing scan.jsonl and history.jsonl for `python -m beta_optax diagnose`. Off by default
+    # because it adds evaluation time (the training clock stops for it).
+    record_diagnostics: bool = False
 
     def __post_init__(self):
         if self.method not in METHODS:
