@@ -43,8 +43,19 @@ def _check_switch_step(switch_step) -> None:
         raise ValueError(f"`switch_step` must be >= 0, got {switch_step}.")
 
 
-def _warn_if_unreachable(momentum, max_momentum, switch_step) -> None:
+def _warn_if_unreachable(learning_rate, momentum, max_momentum, switch_step) -> None:
     if switch_step is not None:
+        return
+    # Under optax.inject_hyperparams the learning rate arrives as a JAX array at every step
+    # while the state still sees the schedule peak, so only a Python or NumPy number warns.
+    if _validation.is_concrete_number(learning_rate):
+        warnings.warn(
+            "A constant learning rate has no peak, so the automatic switch never happens and "
+            "hybrid_sgd behaves like beta_sgd. Pass a schedule that peaks and decays, or "
+            "switch_step.",
+            UserWarning,
+            stacklevel=_validation.external_stacklevel(),
+        )
         return
     if not (
         _validation.is_concrete_number(momentum) and _validation.is_concrete_number(max_momentum)
@@ -56,7 +67,7 @@ def _warn_if_unreachable(momentum, max_momentum, switch_step) -> None:
             "critical momentum never reaches it and the automatic switch never happens. Raise "
             "max_momentum or pass switch_step.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=_validation.external_stacklevel(),
         )
 
 
@@ -115,7 +126,7 @@ def scale_by_hybrid_momentum(
     )
     _validation.check_momentum_value("momentum", momentum)
     _check_switch_step(switch_step)
-    _warn_if_unreachable(momentum, max_momentum, switch_step)
+    _warn_if_unreachable(learning_rate, momentum, max_momentum, switch_step)
     accumulator_dtype = None if accumulator_dtype is None else jnp.dtype(accumulator_dtype)
 
     def init_fn(params):

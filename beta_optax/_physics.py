@@ -153,6 +153,10 @@ def _compose(schedule: Callable, momentum_at: Callable) -> optax.Schedule:
 
 def _check_arguments(learning_rate, curvature, form, min_momentum, max_momentum) -> None:
     _validation.check_learning_rate(learning_rate)
+    if callable(learning_rate):
+        first = learning_rate(0)
+        if not isinstance(first, jax.core.Tracer):
+            _validation.check_learning_rate(first, " at step 0 of the schedule")
     _validation.check_curvature(curvature)
     _validation.check_form(form)
     _validation.check_momentum_bounds(min_momentum, max_momentum)
@@ -185,7 +189,7 @@ def _warn_if_clamped(learning_rate, curvature, form, min_momentum) -> None:
             f"the momentum is clamped to {float(min_momentum):g} there. Lower the learning rate "
             "or the curvature to stay in the critically damped range.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=_validation.external_stacklevel(),
         )
 
 

@@ -7,6 +7,7 @@ math clamps them instead (see `_physics.py`).
 
 import math
 import numbers
+import sys
 
 import jax
 import numpy as np
@@ -23,6 +24,20 @@ def is_concrete_number(value) -> bool:
     return isinstance(value, np.ndarray | np.generic)
 
 
+def external_stacklevel() -> int:
+    """Returns the `warnings.warn` stacklevel of the first caller outside beta_optax.
+
+    The core's public functions call each other at different depths, and a warning should point
+    at the user's line, whichever entry point it came through.
+    """
+    level = 1
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("beta_optax"):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
 def check_scalar_shape(name: str, value) -> None:
     """Raises ValueError when an array-like hyperparameter is not a scalar."""
     if callable(value):
@@ -35,8 +50,19 @@ def check_scalar_shape(name: str, value) -> None:
         )
 
 
-def check_learning_rate(value) -> None:
-    """Raises ValueError for a negative, NaN, infinite or non-scalar concrete learning rate."""
+def check_learning_rate(value, where: str = "") -> None:
+    """Raises ValueError for a negative, NaN, infinite or non-scalar concrete learning rate.
+
+    Raises TypeError for a value that is neither a number, an array nor a schedule. `where`
+    names the origin of the value in the message, such as " at step 0 of the schedule".
+    """
+    if not (
+        callable(value) or isinstance(value, numbers.Number | np.ndarray | np.generic | jax.Array)
+    ):
+        raise TypeError(
+            f"`learning_rate` must be a number, a scalar array or a schedule (a function of the "
+            f"step count), got {type(value).__name__} {value!r}."
+        )
     check_scalar_shape("learning_rate", value)
     if callable(value) or not is_concrete_number(value):
         return
@@ -45,7 +71,7 @@ def check_learning_rate(value) -> None:
     number = float(value)
     if not math.isfinite(number) or number < 0:
         raise ValueError(
-            f"`learning_rate` must be a finite number >= 0, got {number!r}. "
+            f"`learning_rate` must be a finite number >= 0, got {number!r}{where}. "
             "Check the schedule's init_value/peak_value or the value passed in."
         )
 
@@ -96,4 +122,7 @@ def check_momentum_value(name: str, value) -> None:
         return
     number = float(value)
     if not (0.0 <= number < 1.0):
-        raise ValueError(f"`{name}` must lie in [0, 1), got {number!r}.")
+        raise ValueError(
+            f"`{name}` must lie in [0, 1), got {number!r}. Typical values are 0.9 to 0.99; a "
+            "momentum of 1 or more makes the trace grow without bound."
+        )

@@ -103,7 +103,9 @@ def test_hybrid_given_switch_step():
 
 
 def test_hybrid_constant_learning_rate_never_switches():
-    _, states = _run_states(beta_optax.hybrid_sgd(0.001), 50)
+    with pytest.warns(UserWarning, match="no peak"):
+        optimizer = beta_optax.hybrid_sgd(0.001)
+    _, states = _run_states(optimizer, 50)
 
     assert not any(bool(state[0].switched) for state in states)
 
@@ -143,3 +145,21 @@ def test_hybrid_jit_single_compilation_across_switch():
 
     assert bool(state[0].switched)
     assert helpers.count_compilations(update) == 1
+
+
+def test_hybrid_constant_learning_rate_warns():
+    with pytest.warns(UserWarning, match="no peak") as record:
+        beta_optax.hybrid_sgd(0.01)
+    assert record[0].filename == __file__
+
+
+def test_hybrid_injected_learning_rate_no_warning():
+    schedule = optax.warmup_cosine_decay_schedule(0.0, 0.05, 2, 20)
+    optimizer = optax.inject_hyperparams(beta_optax.hybrid_sgd)(learning_rate=schedule)
+    params = {"w": jnp.ones(2)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        state = optimizer.init(params)
+        for _ in range(25):
+            _, state = optimizer.update(params, state, params)
+    assert bool(state.inner_state[0].switched)

@@ -18,7 +18,7 @@ def _after_one_update(optimizer):
     ("optimizer", "expected"),
     [
         (beta_optax.beta_sgd(0.01), 0.8),
-        (beta_optax.hybrid_sgd(0.01), 0.8),
+        (beta_optax.hybrid_sgd(0.01, switch_step=10**6), 0.8),
         (beta_optax.beta_adam(0.0025), 0.9),
         (optax.inject_hyperparams(beta_optax.beta_sgd)(learning_rate=0.01), 0.8),
         (optax.inject_hyperparams(beta_optax.hybrid_sgd)(learning_rate=0.01, momentum=0.5), 0.8),

@@ -226,3 +226,30 @@ def test_damping_ratio_broadcasts_under_jit():
 def test_damping_invalid_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_clamp_warning_points_at_caller():
+    for build in (
+        lambda: beta_optax.critical_momentum(0.5),
+        lambda: beta_optax.beta_sgd(0.5),
+        lambda: beta_optax.beta_adam(optax.constant_schedule(0.5)),
+    ):
+        with pytest.warns(UserWarning, match="clamped") as record:
+            build()
+        assert record[0].filename == __file__
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [lambda count: -0.1 + 0 * count, lambda count: float("nan"), optax.constant_schedule(-1.0)],
+    ids=["negative", "nan", "negative-constant-schedule"],
+)
+def test_critical_momentum_rejects_bad_schedule_start(schedule):
+    with pytest.raises(ValueError, match="`learning_rate`.*at step 0 of the schedule"):
+        beta_optax.beta_sgd(schedule)
+
+
+@pytest.mark.parametrize("learning_rate", ["0.1", None, [0.1]], ids=["str", "none", "list"])
+def test_critical_momentum_rejects_non_numbers(learning_rate):
+    with pytest.raises(TypeError, match="`learning_rate` must be a number"):
+        beta_optax.beta_sgd(learning_rate)
