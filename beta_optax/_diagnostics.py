@@ -283,7 +283,8 @@ class Diagnosis:
 
         matrix = self.score_matrix().T
         labels = [f"{name} *" if name in self.problem_groups else name for name in self.groups]
-        figure = Figure(figsize=(2.0 + 0.5 * len(self.steps), 1.0 + 0.35 * len(self.groups)))
+        width = max(5.0, 2.0 + 0.5 * len(self.steps))
+        figure = Figure(figsize=(width, 1.0 + 0.35 * len(self.groups)))
         FigureCanvasAgg(figure)
         axes = figure.add_subplot()
         image = axes.imshow(matrix, aspect="auto", interpolation="nearest", cmap="viridis")
