@@ -23,12 +23,18 @@ PRESETS = ("cpu", "gpu", "test")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """Parse the flags; bad values end with a usage error that names the flag."""
+    from beta_optax.training import cli
+    from beta_optax.training.config import METHODS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--preset", choices=PRESETS, help="default: gpu with an accelerator, else cpu"
     )
     parser.add_argument("--dataset", choices=("cifar10", "fashion_mnist", "synthetic"))
-    parser.add_argument("--methods", help="comma-separated subset of the five methods")
+    parser.add_argument(
+        "--methods", help=f"comma-separated subset of {','.join(METHODS)} (default: all five)"
+    )
     parser.add_argument("--seeds", type=int, default=1, help="number of seeds, 0 to N-1")
     parser.add_argument("--out-dir", help="output directory (default: runs/<dataset>_<preset>)")
     parser.add_argument("--data-dir", help="directory with the dataset files or a tfds copy")
@@ -47,13 +53,28 @@ def parse_args(argv=None) -> argparse.Namespace:
         "for `python -m beta_optax pipeline RUN_DIR`",
     )
     parser.add_argument("--worker-job", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+
+    for flag, value in (
+        ("--seeds", args.seeds),
+        ("--steps", args.steps),
+        ("--workers", args.workers),
+    ):
+        if value is not None and value < 1:
+            parser.error(f"`{flag}` must be 1 or more, got {value}.")
+    try:
+        args.methods = cli.parse_methods(args.methods)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
+    """Run the benchmark; return 1 when a run failed, else 0."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_args(argv)
+    # Set before the first jax import, which parse_args makes.
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO_ROOT / ".jax_cache"))
+    args = parse_args(argv)
     import jax
 
     if args.distributed:
@@ -64,7 +85,7 @@ def main(argv=None) -> None:
     cli.configure_logging()
     if args.worker_job:
         benchmark.run_worker_job(args.worker_job)
-        return
+        return 0
 
     preset_name = args.preset or ("cpu" if jax.default_backend() == "cpu" else "gpu")
     preset = cli.load_preset(REPO_ROOT / "benchmarks" / "configs" / f"{preset_name}.py")
@@ -72,7 +93,7 @@ def main(argv=None) -> None:
     out_dir = args.out_dir or REPO_ROOT / "runs" / f"{config.dataset}_{preset_name}"
     results, table = benchmark.run_benchmark(
         config,
-        methods=cli.parse_methods(args.methods),
+        methods=args.methods,
         seeds=range(args.seeds),
         out_dir=out_dir,
         workers=args.workers if args.workers is not None else preset.WORKERS,
@@ -82,10 +103,17 @@ def main(argv=None) -> None:
         report=print,
         make_progress=None if args.no_progress else cli.make_progress,
     )
-    if jax.process_index() == 0:
-        print(cli.format_header(results["header"]))
-        print(table)
-        print(f"Wrote {out_dir}/results.json, table.txt, accuracy.png and schedules.png.")
+    if jax.process_index() != 0:
+        return 0
+    print(cli.format_header(results["header"]))
+    print(table)
+    print(f"Wrote {out_dir}/results.json, table.txt, accuracy.png and schedules.png.")
+    if not results["failed"]:
+        return 0
+    print(f"{len(results['failed'])} run(s) failed; their logs:", file=sys.stderr)
+    for run in results["failed"]:
+        print(f"  {run['method']} seed {run['seed']}: {run['log']}", file=sys.stderr)
+    return 1
 
 
 def _script_path() -> str:
@@ -97,4 +125,4 @@ def _script_path() -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

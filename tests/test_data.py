@@ -238,11 +238,32 @@ def test_load_dataset_cifar10_not_found_lists_places(tmp_path):
 
     message = str(raised.value)
     assert isinstance(raised.value, FileNotFoundError)
-    assert f"tensorflow-datasets copy {tmp_path / 'cifar10'}" in message
+    assert f"tensorflow-datasets copy {tmp_path / 'cifar10'} (not found)" in message
     assert f"{tmp_path / 'cifar-10-batches-bin'} (not found)" in message
     assert f"{tmp_path / 'cifar-10-binary.tar.gz'} (not found)" in message
     assert data.CIFAR10_BINARY_URL in message
+    assert "--data-dir DIR" in message
     assert "--download" in message
+
+
+def test_load_dataset_tfds_folder_not_prepared(tmp_path):
+    (tmp_path / "cifar10" / "3.0.2").mkdir(parents=True)
+
+    with pytest.raises(data.DatasetNotFoundError) as raised:
+        data.load_dataset("cifar10", data_dir=tmp_path)
+
+    copy = tmp_path / "cifar10"
+    assert f"tensorflow-datasets copy {copy} (not prepared as array_record)" in str(raised.value)
+
+
+def test_load_dataset_missing_tfds_folder_logs_no_absl_warning(tmp_path, caplog):
+    arrays = make_arrays((28, 28, 1))
+    write_idx_files(tmp_path, arrays, compressed=True)
+
+    with caplog.at_level(logging.WARNING):
+        data.load_dataset("fashion_mnist", data_dir=tmp_path)
+
+    assert "Variant folder" not in caplog.text
 
 
 def test_load_dataset_fashion_mnist_not_found_lists_places(tmp_path, no_debian_dataset):

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from beta_optax.training import metrics
+from beta_optax.training import metrics, plots
 
 ROWS = [
     {"step": 10, "train_loss": 1.0},
@@ -66,3 +66,31 @@ def test_format_table_shows_never_and_counts():
     assert lines[0].split()[:3] == ["method", "steps", "to"]
     assert "20 (1/2)" in lines[2]
     assert "84.50 +- 6.36" in lines[2]
+
+
+@pytest.mark.parametrize(
+    ("percents", "expected"),
+    [([60.0, 90.0, 95.0], 55.0), ([2.0, 90.0], 0.0), ([], 0.0)],
+    ids=["low_point", "clipped_at_zero", "no_points"],
+)
+def test_accuracy_axis_bottom_shows_lowest_value(percents, expected):
+    assert plots.accuracy_axis_bottom(percents) == expected
+
+
+def test_plot_accuracy_keeps_points_below_targets(tmp_path, monkeypatch):
+    plt = plots._pyplot()
+    close = plt.close
+    closed = []
+    monkeypatch.setattr(plt, "close", closed.append)
+    rows = [{"step": 10, "eval_accuracy": 0.60}, {"step": 20, "eval_accuracy": 0.93}]
+
+    plots.plot_accuracy({"sgd": [rows]}, tmp_path / "accuracy.png", targets=(0.9, 0.95))
+
+    (axes,) = closed[0].axes
+    bottom, top = axes.get_ylim()
+    assert bottom < 60.0
+    assert top == 100
+    target_lines = [line for line in axes.lines if line.get_linestyle() == ":"]
+    assert sorted(line.get_ydata()[0] for line in target_lines) == [90.0, 95.0]
+    assert (tmp_path / "accuracy.png").stat().st_size > 0
+    close(closed[0])

@@ -14,6 +14,7 @@ import os
 import pathlib
 import platform
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -159,8 +160,11 @@ def _run_pinned(config, job, core, resume, worker_command, report) -> None:
             stderr=subprocess.STDOUT,
             check=False,
         )
-    if completed.returncode != 0:
-        report(f"FAILED {job.method} seed {job.seed}: exit {completed.returncode}, see {log.name}")
+    if completed.returncode != 0 or not (job.workdir / SUMMARY_FILE).exists():
+        report(
+            f"FAILED {job.method} seed {job.seed}: exit {completed.returncode}, see "
+            f"{job.workdir / LOG_FILE}"
+        )
     else:
         report(f"done {job.method} seed {job.seed}: {_short_summary(job.workdir)}")
 
@@ -206,26 +210,63 @@ def _cpu_model() -> str:
 
 
 def collect_results(config, jobs: Sequence[Job], methods: Sequence[str], header: dict) -> dict:
-    """Gather every run's summary and metrics into the results dict that results.json stores."""
+    """Gather every run's summary and metrics into the results dict that results.json stores.
+
+    A run without a summary.json failed: its seed is listed under the method's "failed_seeds"
+    and, with the path of its log, under the top-level "failed".
+    """
     results = {"header": header, "config": dataclasses.asdict(config), "methods": {}}
+    results["failed"] = []
     for method in methods:
         summaries = {}
+        failed_seeds = []
         for job in jobs:
+            if job.method != method:
+                continue
             summary_file = job.workdir / SUMMARY_FILE
-            if job.method == method and summary_file.exists():
+            if summary_file.exists():
                 summaries[str(job.seed)] = json.loads(summary_file.read_text())
+                continue
+            failed_seeds.append(job.seed)
+            log = str(job.workdir / LOG_FILE)
+            results["failed"].append({"method": method, "seed": job.seed, "log": log})
         results["methods"][method] = {
             "seeds": summaries,
+            "failed_seeds": failed_seeds,
             "aggregate": aggregate_method(list(summaries.values()), config.targets),
         }
     return results
+
+
+def mark_failed_runs(table: str, results: dict) -> str:
+    """Mark the failed runs in a table from `format_table` over `results["methods"]`.
+
+    A method whose runs all failed shows "failed" in every figure column instead of "never".
+    A method with some failed runs gets "(k of n failed)" after its name.
+    """
+    # format_table pads cells and joins them with two or more spaces; cells have single spaces.
+    rows = [re.split(r" {2,}", line) for line in table.splitlines()]
+    for row, entry in zip(rows[2:], results["methods"].values(), strict=True):
+        failed = len(entry["failed_seeds"])
+        runs = failed + len(entry["seeds"])
+        if failed and failed == runs:
+            row[1:] = ["failed"] * (len(rows[0]) - 1)
+        elif failed:
+            row[0] += f" ({failed} of {runs} failed)"
+    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
+    rows[1] = ["-" * width for width in widths]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def write_report(results: dict, jobs: Sequence[Job], out_dir: pathlib.Path) -> str:
     """Write results.json, table.txt, accuracy.png and schedules.png; return the table."""
     targets = results["config"]["targets"]
     aggregates = {method: entry["aggregate"] for method, entry in results["methods"].items()}
-    table = format_table(aggregates, targets)
+    table = mark_failed_runs(format_table(aggregates, targets), results)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     (out_dir / "table.txt").write_text(table + "\n")
 
@@ -265,12 +306,17 @@ def run_benchmark(
         make_progress: builds the progress reporter of a run in this process (workers == 1).
 
     Returns:
-        `(results, table)`.
+        `(results, table)`. `results["failed"]` lists the runs that wrote no summary (a worker
+        that crashed), each with the path of its log.txt; the table marks them "failed".
     """
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = plan_jobs(out_dir, methods, seeds)
     todo = [job for job in jobs if not (resume and (job.workdir / SUMMARY_FILE).exists())]
+    if jax.process_index() == 0:
+        for job in todo:
+            # A summary left by an earlier run would hide a failure of this one.
+            (job.workdir / SUMMARY_FILE).unlink(missing_ok=True)
     header = environment_header(command or sys.argv)
     header["workers"] = workers
 

@@ -50,14 +50,27 @@ def apply_flags(config: TrainConfig, args: argparse.Namespace) -> TrainConfig:
 
 
 def parse_methods(text: str | None) -> tuple[str, ...]:
-    """Parse a comma-separated method list; None selects all five."""
+    """Parse a comma-separated method list; None selects all five.
+
+    Raises:
+        ValueError: the list is empty, names an unknown method, or names one twice.
+    """
     if text is None:
         return METHODS
+    choices = ", ".join(METHODS)
     methods = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not methods:
+        raise ValueError(f"`--methods`={text!r} gives no method; choose from {choices}.")
     unknown = [name for name in methods if name not in METHODS]
-    if unknown or not methods:
+    if unknown:
         raise ValueError(
-            f"`--methods`={text!r} has unknown names {unknown}; choose from {METHODS}."
+            f"`--methods`={text!r} has unknown names {', '.join(unknown)}; choose from {choices}."
+        )
+    repeated = sorted({name for name in methods if methods.count(name) > 1})
+    if repeated:
+        raise ValueError(
+            f"`--methods`={text!r} names {', '.join(repeated)} more than once; give each "
+            "method once."
         )
     return methods
 

@@ -13,6 +13,7 @@ The CIFAR-10 python version (`cifar-10-python.tar.gz`) is rejected: it stores pi
 unpickling a file can run arbitrary code.
 """
 
+import contextlib
 import dataclasses
 import gzip
 import logging
@@ -49,6 +50,9 @@ _IDX_FILES = {
 _IDX_UNSIGNED_BYTE = 0x08
 
 _SPLITS = ("train", "test")
+# Format string of the absl warning tensorflow-datasets 4.9.10 logs on every probe of a folder
+# without a prepared copy.
+_MISSING_VARIANT_WARNING = "Variant folder %s has no "
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -230,17 +234,44 @@ def _load_prepared_tfds(name, spec, directory, looked_at):
         return None
 
     try:
-        sources = tfds.data_source(
-            spec.tfds_name, split=list(_SPLITS), data_dir=os.fspath(directory), download=False
-        )
+        # The call stays even when the folder is missing, because tfds.testing.mock_data
+        # serves data for any data_dir; only its warning about the missing folder is dropped.
+        with _absl_warnings_dropped(_MISSING_VARIANT_WARNING):
+            sources = tfds.data_source(
+                spec.tfds_name, split=list(_SPLITS), data_dir=os.fspath(directory), download=False
+            )
     except (tfds.core.DatasetNotFoundError, FileNotFoundError, NotImplementedError) as error:
         # tensorflow-datasets 4.9.10 raises NotImplementedError when the directory has no
         # dataset_info.json, because it then assumes TFRecord files, which need TensorFlow.
         logger.debug("No prepared tfds copy of %s in %s: %s", name, directory, error)
-        looked_at.append(f"{place} (not prepared as array_record)")
+        found = (directory / spec.tfds_name).exists()
+        looked_at.append(f"{place} ({'not prepared as array_record' if found else 'not found'})")
         return None
 
     return _dataset_from_tfds_sources(name, spec, sources, f"tfds:{directory}")
+
+
+class _DropMessages(logging.Filter):
+    """A logging filter that drops records whose format string starts with a prefix."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+@contextlib.contextmanager
+def _absl_warnings_dropped(prefix: str):
+    """Drop the absl log records that start with `prefix` while the block runs."""
+    absl_logger = logging.getLogger("absl")
+    message_filter = _DropMessages(prefix)
+    absl_logger.addFilter(message_filter)
+    try:
+        yield
+    finally:
+        absl_logger.removeFilter(message_filter)
 
 
 def _download_tfds(name, spec, directory, looked_at):
@@ -327,8 +358,9 @@ def _not_found_message(name, spec, directory, looked_at):
     how_to_get = spec.how_to_get.format(url=CIFAR10_BINARY_URL, data_dir=directory)
     return (
         f"Dataset {name!r} not found. Looked at:\n{places}\n"
-        f"To provide it, {how_to_get}. Or pass `download=True` (`--download` on the command "
-        f"line) to let tensorflow-datasets download it into {directory}."
+        f"To provide it, {how_to_get}, or point `data_dir` (`--data-dir DIR` on the command "
+        f"line) at the folder that holds the files. Or pass `download=True` (`--download` on "
+        f"the command line) to let tensorflow-datasets download it into {directory}."
     )
 
 

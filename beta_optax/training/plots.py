@@ -4,6 +4,7 @@ Matplotlib is imported inside the functions, with the file-only Agg backend, so 
 module costs nothing and needs no display.
 """
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 
@@ -35,6 +36,14 @@ def _line_style(number: int) -> dict:
     }
 
 
+def accuracy_axis_bottom(percents: Sequence[float], margin: float = 5.0) -> float:
+    """Return the lower limit of an accuracy axis in percent that shows every value.
+
+    The limit is the lowest value minus `margin`, clipped to 0; with no values it is 0.
+    """
+    return max(0.0, min(percents, default=0.0) - margin)
+
+
 def plot_accuracy(
     runs: Mapping[str, Sequence[Sequence[Mapping]]],
     path: str | os.PathLike,
@@ -52,21 +61,25 @@ def plot_accuracy(
     """
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(8, 5))
+    plotted = [100 * target for target in targets]
     for number, (method, seed_rows) in enumerate(runs.items()):
         style = _line_style(number)
         for index, rows in enumerate(seed_rows):
             steps, accuracies = series(rows, "eval_accuracy")
+            percents = [100 * a for a in accuracies]
+            plotted += [percent for percent in percents if math.isfinite(percent)]
             label = method if index == 0 else None
-            axes.plot(steps, [100 * a for a in accuracies], label=label, alpha=0.8, **style)
+            axes.plot(steps, percents, label=label, alpha=0.8, **style)
     for target in targets:
         axes.axhline(100 * target, color="gray", linestyle=":", linewidth=1)
-    lowest_target = min(targets, default=0.5)
-    axes.set_ylim(max(0.0, 100 * lowest_target - 15), 100)
+    axes.set_ylim(accuracy_axis_bottom(plotted), 100)
     axes.set_xlabel("training step")
     axes.set_ylabel("test accuracy (%)")
     axes.set_title(title)
     axes.grid(alpha=0.3)
-    axes.legend()
+    # With every run failed there is no line to label.
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -93,7 +106,8 @@ def plot_schedules(
     momentum_axes.set_xlabel("training step")
     for axes in (lr_axes, momentum_axes):
         axes.grid(alpha=0.3)
-        axes.legend()
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend()
     lr_axes.set_title(title)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
