@@ -243,6 +243,21 @@ def predict_test_split(variables_state, device_data: train.DeviceData, *, model,
     return np.asarray(jax.device_get(predictions))[:num_real].astype(np.int32)
 
 
+def _outcome(labels, before, after, seconds, flops, param_fraction):
+    """Build the outcome of predictions `after` against `before`, with the per-example rows."""
+    fixed, introduced, rows = compare_predictions(labels, before, after)
+    outcome = RetrainOutcome(
+        accuracy_after=float(np.mean(after == labels)),
+        fixed=fixed,
+        introduced=introduced,
+        net=fixed - introduced,
+        seconds=seconds,
+        flops_per_step=flops,
+        param_fraction=param_fraction,
+    )
+    return outcome, rows
+
+
 def compare_predictions(labels, before, after) -> tuple[int, int, list[dict]]:
     """Count fixed and introduced errors and list every example wrong before or after.
 
@@ -316,34 +331,20 @@ def surgical_correct(
     corrected, seconds, flops = retrain(
         state, device_data, spec=spec, flagged_stats=flagged_stats, **common
     )
-    after = predict(corrected)
-    fixed, introduced, rows = compare_predictions(labels, before, after)
-    surgical = RetrainOutcome(
-        float(np.mean(after == labels)),
-        fixed,
-        introduced,
-        fixed - introduced,
-        seconds,
-        flops,
-        beta_optax.mask_param_fraction(mask, state.params),
+    fraction = beta_optax.mask_param_fraction(mask, state.params)
+    surgical, rows = _outcome(labels, before, predict(corrected), seconds, flops, fraction)
+    logger.info(
+        "Surgical correction of %s: %d fixed, %d introduced.",
+        groups,
+        surgical.fixed,
+        surgical.introduced,
     )
-    logger.info("Surgical correction of %s: %d fixed, %d introduced.", groups, fixed, introduced)
 
     full = None
     if compare_full:
         full_spec = correction_spec(config, num_steps, learning_rate)
         retrained, seconds, flops = retrain(state, device_data, spec=full_spec, **common)
-        full_after = predict(retrained)
-        fixed, introduced, _ = compare_predictions(labels, before, full_after)
-        full = RetrainOutcome(
-            float(np.mean(full_after == labels)),
-            fixed,
-            introduced,
-            fixed - introduced,
-            seconds,
-            flops,
-            1.0,
-        )
+        full, _ = _outcome(labels, before, predict(retrained), seconds, flops, 1.0)
     result = CorrectionResult(
         groups,
         num_steps,
