@@ -1,8 +1,8 @@
 """Times the jit-compiled update of beta_sgd and hybrid_sgd against optax.sgd(momentum=0.9).
 
 The parameters are a pytree with the shapes of a CIFAR ResNet-18 (about 11.2M parameters).
-Methods run interleaved, round by round, so that drift in machine load hits all of them alike;
-the script prints the median time per update, the ratio to optax.sgd and the optimizer-state
+Methods run interleaved, round by round, so that drift in machine load hits all of them alike.
+The script prints the median time per update, the ratio to optax.sgd and the optimizer-state
 bytes of each method.
 
     python benchmarks/optimizer_overhead.py --rounds 7 --steps 20

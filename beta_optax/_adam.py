@@ -48,8 +48,8 @@ def scale_by_beta_adam(
     .. warning::
       optax's bias correction divides the first moment by `1 - b1**t` with the current b1, which
       is exact only for a constant b1. With a b1 that changes every step the correction is an
-      approximation; it matters only in the first few hundred steps, where `b1**t` is not yet
-      close to 0.
+      approximation. It matters mainly while `b1**t` is not yet close to 0: for b1 <= 0.99 that
+      is the first few hundred steps.
     """
     momentum_at = _momentum.momentum_fn_of(
         learning_rate,
@@ -97,9 +97,9 @@ def beta_adam(
 
     An extension beyond the beta-scheduling paper, which derives the momentum of SGD only. Adam's
     first moment is an exponential moving average, `m = b1 * m + (1 - b1) * g`, so b1 plays the
-    role of heavy-ball momentum with the step size rescaled by `1 - b1`; whether critical damping
-    of that average helps is an empirical question that the benchmarks measure, not a derived
-    property.
+    role of heavy-ball momentum with the step size rescaled by `1 - b1`. Whether critical damping
+    of that average helps is an empirical question, not a derived property, and the benchmarks
+    here do not measure it yet.
 
     Args:
       learning_rate: a scalar or an optax schedule.

@@ -47,7 +47,7 @@ def _warn_if_unreachable(learning_rate, momentum, max_momentum, switch_step) -> 
     if switch_step is not None:
         return
     # Under optax.inject_hyperparams the learning rate arrives as a JAX array at every step
-    # while the state still sees the schedule peak, so only a Python or NumPy number warns.
+    # while the state still records the schedule's peak, so only a Python or NumPy number warns.
     if _validation.is_concrete_number(learning_rate):
         warnings.warn(
             "A constant learning rate has no peak, so the automatic switch never happens and "

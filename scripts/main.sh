@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: install what it needs, then run benchmarks/cifar_resnet.py (CPU preset on
-# Fashion-MNIST unless flags say otherwise). Extra arguments go to the benchmark.
+# Fashion-MNIST unless flags select another). Extra arguments go to the benchmark.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 fmnist=/usr/share/datasets/fashion-mnist

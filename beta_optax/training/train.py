@@ -3,7 +3,7 @@
 The whole dataset sits on every device as uint8. The jit-compiled train step gathers its own
 batch from the per-epoch permutation, augments and normalizes it on the device, and updates the
 state, whose buffers it donates. The host only dispatches steps and, every few steps, reads the
-metrics back, so the devices never wait for it.
+metrics back, so the devices wait for the host only at those reads.
 
 Parallelism goes through `jax.sharding`: a Mesh over `jax.devices()` with one "data" axis, the
 batch sharded along it and the state and dataset replicated. Under `jax.distributed` the mesh
